@@ -1,0 +1,11 @@
+#include "ops/registry.hpp"
+
+namespace cppmega {
+
+std::vector<OpListing> list_ops() {
+  std::vector<OpListing> out;
+  for (auto& l : fp8::listings()) out.push_back(std::move(l));
+  return out;
+}
+
+}  // namespace cppmega

@@ -1,0 +1,61 @@
+// Shared helpers for the C++ tests: fresh random inputs (seed printed, CPPMEGA_TEST_SEED
+// replays one), poisoned outputs, GPU skipping.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cppmega/runtime.hpp"
+#include "cppmega/tensor.hpp"
+
+namespace cppmega::test {
+
+inline std::uint64_t fresh_seed() {
+  if (const char* s = std::getenv("CPPMEGA_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+  return (static_cast<std::uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+}
+
+// A generator whose seed is part of every failure message of the test that owns it.
+struct Rng {
+  std::uint64_t seed = fresh_seed();
+  std::mt19937_64 gen{seed};
+  std::string trace() const { return "seed " + std::to_string(seed) + " (replay: CPPMEGA_TEST_SEED=" + std::to_string(seed) + ")"; }
+  float normal(float sd = 1.0f) { return std::normal_distribution<float>(0.0f, sd)(gen); }
+  std::uint64_t bits() { return gen(); }
+  std::int64_t uniform(std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(gen); }
+};
+
+#define CPPMEGA_SKIP_WITHOUT_GPU()                                                       \
+  do {                                                                                   \
+    if (::cppmega::cuda_device_count() == 0)                                             \
+      GTEST_SKIP() << "no CUDA device: " << ::cppmega::cuda_unavailable_reason();        \
+  } while (0)
+
+inline void poison(const TensorView& t, std::uint8_t byte = 0xFF) {
+  std::vector<std::uint8_t> host(static_cast<std::size_t>(t.numel()) * t.itemsize(), byte);
+  if (host.empty()) return;
+  TensorView h = TensorView::contiguous(host.data(), t.dtype, t.shape.data(), t.rank, Device::cpu());
+  copy_bytes(t, h);
+}
+
+inline std::vector<std::uint8_t> bytes_of(const TensorView& t) {
+  std::vector<std::uint8_t> host(static_cast<std::size_t>(t.numel()) * t.itemsize());
+  if (host.empty()) return host;
+  TensorView h = TensorView::contiguous(host.data(), t.dtype, t.shape.data(), t.rank, Device::cpu());
+  copy_bytes(h, t);
+  return host;
+}
+
+inline std::size_t count_mismatches(const std::vector<std::uint8_t>& a, const std::vector<std::uint8_t>& b) {
+  if (a.size() != b.size()) return a.size() + b.size();
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) n += a[i] != b[i];
+  return n;
+}
+
+}  // namespace cppmega::test
