@@ -11,7 +11,6 @@ if(NOT nlohmann_json_FOUND)
   add_library(nlohmann_json INTERFACE)
   target_include_directories(nlohmann_json SYSTEM INTERFACE $<BUILD_INTERFACE:${CPPMEGA_DEPS_DIR}/include>)
   add_library(nlohmann_json::nlohmann_json ALIAS nlohmann_json)
-  install(TARGETS nlohmann_json EXPORT cppmegaTargets)
 endif()
 
 if(CPPMEGA_BUILD_CLI)

@@ -1,0 +1,9 @@
+// The whole public C++ API.
+#pragma once
+
+#include "cppmega/dispatch.hpp"
+#include "cppmega/error.hpp"
+#include "cppmega/numerics.hpp"
+#include "cppmega/ops/fp8.hpp"
+#include "cppmega/runtime.hpp"
+#include "cppmega/tensor.hpp"
