@@ -110,8 +110,14 @@ Availability backend_availability(const BackendInfo& b) {
 std::string device_arch(const Device& d) {
   if (d.kind == DeviceKind::cpu) return "cpu";
   if (!detail::cuda_availability(d).available) return "cuda";
+  // Every AUTO call asks; device properties are slow to query, so remember them.
+  static std::mutex mu;
+  static std::map<int, std::string> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(d.index);
+  if (it != cache.end()) return it->second;
   const CudaDeviceInfo i = cuda_device_info(d.index);
-  return "sm_" + std::to_string(i.cc_major * 10 + i.cc_minor);
+  return cache[d.index] = "sm_" + std::to_string(i.cc_major * 10 + i.cc_minor);
 }
 
 // ---- Receipt-driven AUTO -----------------------------------------------------------------------
