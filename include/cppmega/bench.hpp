@@ -58,7 +58,7 @@ struct Result {
   std::string extra_json = "{}";  // op-specific fields, a JSON object
 };
 
-// A receipt: environment, ceilings, results. Schema: docs/design.md "Receipts".
+// A receipt: environment, ceilings, results. Schema: docs/design.md, "Bench harness".
 class Receipt {
  public:
   Receipt(std::string tool, Device device, int warmup, int iters, std::uint64_t seed);

@@ -117,29 +117,22 @@ void launch_amax(const T* x, std::int64_t n, unsigned* out_bits, int device, cud
 
 // ---- quantize ---------------------------------------------------------------------------------
 // Where the dequantisation scale comes from: a host value, a device scalar, or a device amax
-// (pack: the scale is derived on the device).
+// (pack: the scale is derived on the device from the amax, identically in every block).
 struct ScaleSource {
   float host_inv = 1.0f;           // 1/scale taken once on the host (f32, same as the device)
   const float* scale = nullptr;    // device scale
-  const unsigned* amax = nullptr;  // device amax bits (pack)
+  const unsigned* amax = nullptr;  // device amax as f32 bits (pack)
   Fp8Format format = Fp8Format::e4m3;
   bool pow2 = false;
   bool check_finite = false;
-  float* scale_out = nullptr;    // pack: where block 0 writes the scale
-  float* host_amax = nullptr;    // pack: host-mapped amax for the finite check
 };
 
 // Returns false when nothing may be written (pack with a non-finite amax and the check on).
 __device__ __forceinline__ bool resolve_inv_scale(const ScaleSource& s, float& inv) {
   if (s.amax) {
     const float amax = __uint_as_float(*s.amax);
-    const float scale = num::scale_from_amax(amax, s.format, s.pow2);
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-      *s.scale_out = scale;
-      if (s.host_amax) *s.host_amax = amax;
-    }
     if (s.check_finite && !(amax <= 3.402823466e38f)) return false;
-    inv = 1.0f / scale;
+    inv = 1.0f / num::scale_from_amax(amax, s.format, s.pow2);
   } else if (s.scale) {
     inv = 1.0f / *s.scale;
   } else {
@@ -201,17 +194,25 @@ void launch_quantize(const T* x, std::int64_t n, std::uint8_t* q, const ScaleSou
   CPPMEGA_CUDA_CHECK_LAUNCH("fp8_quantize kernel");
 }
 
-// ---- pack, single block (small tensors: one launch end to end) --------------------------------
+// ---- pack -------------------------------------------------------------------------------------
+// Small tensors: one single-block launch does amax, scale and cast; the amax lives in shared
+// memory, so the call needs no scratch allocation.
 template <class T, bool kVectorised>
 __global__ void __launch_bounds__(1024)
     pack_small_kernel(const T* __restrict__ x, std::int64_t n, std::uint8_t* __restrict__ q, ScaleSource src,
-                      unsigned* amax_scratch) {
+                      float* scale_out, float* host_amax) {
   __shared__ unsigned smem[32];
+  __shared__ unsigned amax_bits;
   unsigned m = thread_abs_max_bits<T, kVectorised>(x, n, threadIdx.x, blockDim.x);
   m = cppmega::cuda::block_max_u32(m, smem);
-  if (threadIdx.x == 0) *amax_scratch = Elem<T>::bits_to_f32_bits(m);
+  if (threadIdx.x == 0) {
+    amax_bits = Elem<T>::bits_to_f32_bits(m);
+    const float amax = __uint_as_float(amax_bits);
+    *scale_out = num::scale_from_amax(amax, src.format, src.pow2);
+    if (host_amax) *host_amax = amax;
+  }
   __syncthreads();
-  src.amax = amax_scratch;
+  src.amax = &amax_bits;
   float inv;
   if (!resolve_inv_scale(src, inv)) return;
   const __nv_fp8_interpretation_t fi = interp(src.format);
@@ -219,18 +220,24 @@ __global__ void __launch_bounds__(1024)
     q[i] = __nv_cvt_float_to_fp8(Elem<T>::to_f32(x[i]) * inv, __NV_SATFINITE, fi);
 }
 
+// Large tensors: the amax is reduced into the scale output itself (as f32 bits), the quantize
+// kernel derives the scale from it in every block, and this one-thread kernel, ordered after
+// the quantize kernel on the stream, turns the amax into the scale.
+__global__ void pack_finalize_kernel(float* scale_out, Fp8Format format, bool pow2, float* host_amax) {
+  const float amax = *scale_out;
+  *scale_out = num::scale_from_amax(amax, format, pow2);
+  if (host_amax) *host_amax = amax;
+}
+
 // ---- dequantize -------------------------------------------------------------------------------
 template <class O> struct Out;
 template <> struct Out<float> {
-  __device__ static void store2(float* p, float2 v) { *reinterpret_cast<float2*>(p) = v; }
   __device__ static float from_f32(float v) { return v; }
 };
 template <> struct Out<__nv_bfloat16> {
-  __device__ static void store2(__nv_bfloat16* p, float2 v) { *reinterpret_cast<__nv_bfloat162*>(p) = __float22bfloat162_rn(v); }
   __device__ static __nv_bfloat16 from_f32(float v) { return __float2bfloat16_rn(v); }
 };
 template <> struct Out<__half> {
-  __device__ static void store2(__half* p, float2 v) { *reinterpret_cast<__half2*>(p) = __float22half2_rn(v); }
   __device__ static __half from_f32(float v) { return __float2half_rn(v); }
 };
 
@@ -238,6 +245,27 @@ __device__ __forceinline__ float2 decode2(__nv_fp8x2_storage_t b, __nv_fp8_inter
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(b, fi);  // exact: every fp8 value is an f16 value
   return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
+
+// Packs two f32 values into one 32-bit word of the output type (f32 takes two words).
+template <class O> struct OutWords;
+template <> struct OutWords<float> {
+  static constexpr int kPerPair = 2;
+  __device__ static void put(unsigned* w, float2 v) { w[0] = __float_as_uint(v.x); w[1] = __float_as_uint(v.y); }
+};
+template <> struct OutWords<__nv_bfloat16> {
+  static constexpr int kPerPair = 1;
+  __device__ static void put(unsigned* w, float2 v) {
+    const __nv_bfloat162 p = __float22bfloat162_rn(v);
+    w[0] = *reinterpret_cast<const unsigned*>(&p);
+  }
+};
+template <> struct OutWords<__half> {
+  static constexpr int kPerPair = 1;
+  __device__ static void put(unsigned* w, float2 v) {
+    const __half2 p = __float22half2_rn(v);
+    w[0] = *reinterpret_cast<const unsigned*>(&p);
+  }
+};
 
 template <class O, bool kVectorised>
 __global__ void __launch_bounds__(kThreads) dequantize_kernel(const std::uint8_t* __restrict__ q, std::int64_t n,
@@ -249,26 +277,33 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const std::uint8_t
   const std::int64_t nthreads = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   std::int64_t tail_start = 0;
   if constexpr (kVectorised) {
+    constexpr int W = 8 * OutWords<O>::kPerPair;  // 32-bit output words per 16 inputs
+    constexpr int U = 2;                           // 16-byte input loads in flight per thread
     const std::int64_t nchunks = n / 16;
     const uint4* qv = reinterpret_cast<const uint4*>(q);
-    for (std::int64_t c = tid; c < nchunks; c += nthreads) {
-      union {
-        uint4 raw;
-        __nv_fp8x2_storage_t p[8];
-      } in;
-      in.raw = __ldcs(qv + c);
-      alignas(16) O buf[16];
+    uint4* ov = reinterpret_cast<uint4*>(out);
+    for (std::int64_t c0 = tid; c0 < nchunks; c0 += U * nthreads) {
+      uint4 in[U];
 #pragma unroll
-      for (int k = 0; k < 8; ++k) {
-        float2 f = decode2(in.p[k], fi);
-        f.x *= scale;
-        f.y *= scale;
-        Out<O>::store2(buf + 2 * k, f);
+      for (int u = 0; u < U; ++u)
+        if (c0 + u * nthreads < nchunks) in[u] = __ldcs(qv + c0 + u * nthreads);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const std::int64_t c = c0 + u * nthreads;
+        if (c >= nchunks) break;
+        const unsigned in_words[4] = {in[u].x, in[u].y, in[u].z, in[u].w};
+        unsigned w[W];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const auto pair = static_cast<__nv_fp8x2_storage_t>(in_words[k / 2] >> (16 * (k % 2)));
+          float2 f = decode2(pair, fi);
+          f.x *= scale;
+          f.y *= scale;
+          OutWords<O>::put(w + k * OutWords<O>::kPerPair, f);
+        }
+#pragma unroll
+        for (int k = 0; k < W / 4; ++k) __stcs(ov + c * (W / 4) + k, make_uint4(w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]));
       }
-      uint4* dst = reinterpret_cast<uint4*>(out + c * 16);
-      const uint4* srcv = reinterpret_cast<const uint4*>(buf);
-#pragma unroll
-      for (int k = 0; k < static_cast<int>(16 * sizeof(O) / 16); ++k) __stcs(dst + k, srcv[k]);
     }
     tail_start = nchunks * 16;
   }
@@ -286,8 +321,8 @@ void launch_dequantize(const DequantizeArgs& a, int device, cudaStream_t s) {
   O* out = a.out.ptr<O>();
   const float* dev_scale = a.scale.tensor ? a.scale.tensor->ptr<const float>() : nullptr;
   const bool vec = cppmega::cuda::aligned16(q) && cppmega::cuda::aligned16(out);
-  const std::int64_t items = vec ? (n + 15) / 16 : n;
-  const unsigned blocks = cppmega::cuda::grid_for(items, kThreads, 8LL * cppmega::cuda::sm_count(device));
+  const std::int64_t items = vec ? (n + 31) / 32 : n;
+  const unsigned blocks = cppmega::cuda::grid_for(items, kThreads, 4LL * cppmega::cuda::sm_count(device));
   if (vec)
     dequantize_kernel<O, true><<<blocks, kThreads, 0, s>>>(q, n, out, a.scale.value, dev_scale, a.format);
   else
@@ -366,34 +401,29 @@ void pack_cuda(const PackArgs& a, void* stream) {
   src.format = a.pack.format;
   src.pow2 = a.pack.pow2_scale;
   src.check_finite = a.pack.check_finite;
-  src.scale_out = scale_out;
-  float* host_amax = nullptr;
-  if (a.pack.check_finite) host_amax = mapped_host_slot(&src.host_amax);
+  float* host_amax = nullptr;  // host view of the mapped slot
+  float* host_amax_dev = nullptr;
+  if (a.pack.check_finite) host_amax = mapped_host_slot(&host_amax_dev);
 
-  unsigned* amax_bits = nullptr;
-  CPPMEGA_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&amax_bits), sizeof(unsigned), s));
-  try {
-    with_float_type(a.x.dtype, [&](auto tag) {
-      using T = decltype(tag);
-      const T* x = a.x.ptr<const T>();
-      auto* q = a.q.ptr<std::uint8_t>();
-      if (n <= kSmallPackMax) {
-        if (cppmega::cuda::aligned16(x))
-          pack_small_kernel<T, true><<<1, 1024, 0, s>>>(x, n, q, src, amax_bits);
-        else
-          pack_small_kernel<T, false><<<1, 1024, 0, s>>>(x, n, q, src, amax_bits);
-        CPPMEGA_CUDA_CHECK_LAUNCH("fp8_pack small kernel");
-      } else {
-        launch_amax(x, n, amax_bits, a.x.device.index, s);
-        src.amax = amax_bits;
-        launch_quantize(x, n, q, src, a.x.device.index, s);
-      }
-    });
-  } catch (...) {
-    cudaFreeAsync(amax_bits, s);
-    throw;
-  }
-  CPPMEGA_CUDA_CHECK(cudaFreeAsync(amax_bits, s));
+  with_float_type(a.x.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* x = a.x.ptr<const T>();
+    auto* q = a.q.ptr<std::uint8_t>();
+    if (n <= kSmallPackMax) {
+      if (cppmega::cuda::aligned16(x))
+        pack_small_kernel<T, true><<<1, 1024, 0, s>>>(x, n, q, src, scale_out, host_amax_dev);
+      else
+        pack_small_kernel<T, false><<<1, 1024, 0, s>>>(x, n, q, src, scale_out, host_amax_dev);
+      CPPMEGA_CUDA_CHECK_LAUNCH("fp8_pack small kernel");
+    } else {
+      unsigned* amax_bits = reinterpret_cast<unsigned*>(scale_out);
+      launch_amax(x, n, amax_bits, a.x.device.index, s);
+      src.amax = amax_bits;
+      launch_quantize(x, n, q, src, a.x.device.index, s);
+      pack_finalize_kernel<<<1, 1, 0, s>>>(scale_out, src.format, src.pow2, host_amax_dev);
+      CPPMEGA_CUDA_CHECK_LAUNCH("fp8_pack finalize kernel");
+    }
+  });
   if (a.pack.check_finite) {
     CPPMEGA_CUDA_CHECK(cudaStreamSynchronize(s));
     const float amax = *static_cast<volatile float*>(host_amax);
