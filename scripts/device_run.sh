@@ -11,6 +11,9 @@ steps=("$@")
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 PY=$(command -v python3)
 export PATH=/usr/local/cuda/bin:$PATH
+# The image's default CXX (/opt/gcc) links libstdc++ statically into the Python module, which
+# then crashes on exceptions; the system compiler links it shared.
+[ -x /usr/bin/g++ ] && export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used --format=csv | tee "$OUT/gpu.txt"
 status=0
 if has build; then

@@ -140,6 +140,7 @@ void check_pack_non_finite(const CallOptions& opts, Device dev) {
       test::poison(q, 0x5A);
       expect_error(ErrorKind::NonFinite, "fp8_pack: x contains", [&] { fp8_pack_out(x, q, s, {}, opts); });
       for (std::uint8_t b : test::bytes_of(q)) ASSERT_EQ(b, 0x5A) << "q was written despite NonFinite";
+      EXPECT_TRUE(std::isnan(scalar(s))) << "the scale of a refused pack is NaN";
       // Without the check: a NaN scale, no error.
       fp8_pack_out(x, q, s, {Fp8Format::e4m3, false, false}, opts);
       EXPECT_TRUE(std::isnan(scalar(s)));

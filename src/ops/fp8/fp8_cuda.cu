@@ -10,6 +10,9 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
+#include <atomic>
+
 #include "cppmega/numerics.hpp"
 #include "cuda/common.cuh"
 #include "ops/fp8/fp8_args.hpp"
@@ -195,26 +198,103 @@ void launch_quantize(const T* x, std::int64_t n, std::uint8_t* q, const ScaleSou
 }
 
 // ---- pack -------------------------------------------------------------------------------------
-// Small tensors: one single-block launch does amax, scale and cast; the amax lives in shared
-// memory, so the call needs no scratch allocation.
-template <class T, bool kVectorised>
-__global__ void __launch_bounds__(1024)
-    pack_small_kernel(const T* __restrict__ x, std::int64_t n, std::uint8_t* __restrict__ q, ScaleSource src,
-                      float* scale_out, float* host_amax) {
-  __shared__ unsigned smem[32];
-  __shared__ unsigned amax_bits;
-  unsigned m = thread_abs_max_bits<T, kVectorised>(x, n, threadIdx.x, blockDim.x);
-  m = cppmega::cuda::block_max_u32(m, smem);
+// Small tensors (n <= kSmallPackMax): one single-block launch does amax, scale and cast, so the
+// end-to-end cost is one launch and one stream synchronisation. The amax lives in shared memory.
+// Aligned inputs keep their values in registers between the two phases (up to two 16-element
+// chunks per thread); the scalar variant re-reads them.
+constexpr int kSmallChunks = 2;
+static_assert(kSmallPackMax == 1024 * 16 * kSmallChunks, "the register path must cover every small tensor");
+
+// The amax report of one pack call, in host-mapped memory: the kernel writes the amax, then
+// (after a system-scope fence) the call's sequence number, which the host polls for.
+struct AmaxReport {
+  float amax;
+  unsigned seq;
+};
+
+__device__ __forceinline__ void report_amax(AmaxReport* r, unsigned seq, float amax) {
+  if (!r) return;
+  r->amax = amax;
+  __threadfence_system();
+  *reinterpret_cast<volatile unsigned*>(&r->seq) = seq;
+}
+
+__device__ __forceinline__ float publish_amax(unsigned m, const ScaleSource& src, float* scale_out, AmaxReport* report,
+                                              unsigned seq, unsigned* smem_amax) {
   if (threadIdx.x == 0) {
-    amax_bits = Elem<T>::bits_to_f32_bits(m);
-    const float amax = __uint_as_float(amax_bits);
+    *smem_amax = m;
+    const float amax = __uint_as_float(m);
     *scale_out = num::scale_from_amax(amax, src.format, src.pow2);
-    if (host_amax) *host_amax = amax;
+    report_amax(report, seq, amax);
   }
   __syncthreads();
-  src.amax = &amax_bits;
-  float inv;
-  if (!resolve_inv_scale(src, inv)) return;
+  return __uint_as_float(*smem_amax);
+}
+
+template <class T>
+__global__ void __launch_bounds__(1024)
+    pack_small_vec_kernel(const T* __restrict__ x, std::int64_t n, std::uint8_t* __restrict__ q, ScaleSource src,
+                          float* scale_out, AmaxReport* report, unsigned seq) {
+  __shared__ unsigned smem[32];
+  __shared__ unsigned amax_bits;
+  constexpr int V = Elem<T>::kVec, L = 16 / V;
+  const std::int64_t nchunks = n / 16;
+  float v[kSmallChunks][16];
+  unsigned m = 0;
+#pragma unroll
+  for (int c = 0; c < kSmallChunks; ++c) {
+    const std::int64_t chunk = threadIdx.x + c * blockDim.x;
+    if (chunk < nchunks) {
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        Vec16<T> in;
+        in.raw = reinterpret_cast<const uint4*>(x)[chunk * L + l];
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          v[c][l * V + k] = Elem<T>::to_f32(in.e[k]);
+          m = max(m, __float_as_uint(v[c][l * V + k]) & 0x7FFFFFFFu);  // widening is monotone, keeps NaN
+        }
+      }
+    }
+  }
+  const std::int64_t tail = nchunks * 16 + threadIdx.x;
+  float t = 0.0f;
+  if (tail < n) {
+    t = Elem<T>::to_f32(x[tail]);
+    m = max(m, __float_as_uint(t) & 0x7FFFFFFFu);
+  }
+  m = cppmega::cuda::block_max_u32(m, smem);
+  const float amax = publish_amax(m, src, scale_out, report, seq, &amax_bits);
+  if (src.check_finite && !(amax <= 3.402823466e38f)) return;
+  const float inv = 1.0f / num::scale_from_amax(amax, src.format, src.pow2);
+  const __nv_fp8_interpretation_t fi = interp(src.format);
+#pragma unroll
+  for (int c = 0; c < kSmallChunks; ++c) {
+    const std::int64_t chunk = threadIdx.x + c * blockDim.x;
+    if (chunk < nchunks) {
+      union {
+        uint4 raw;
+        __nv_fp8x2_storage_t p[8];
+      } o;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) o.p[k] = __nv_cvt_float2_to_fp8x2(make_float2(v[c][2 * k] * inv, v[c][2 * k + 1] * inv), __NV_SATFINITE, fi);
+      reinterpret_cast<uint4*>(q)[chunk] = o.raw;
+    }
+  }
+  if (tail < n) q[tail] = __nv_cvt_float_to_fp8(t * inv, __NV_SATFINITE, fi);
+}
+
+template <class T>
+__global__ void __launch_bounds__(1024)
+    pack_small_scalar_kernel(const T* __restrict__ x, std::int64_t n, std::uint8_t* __restrict__ q, ScaleSource src,
+                             float* scale_out, AmaxReport* report, unsigned seq) {
+  __shared__ unsigned smem[32];
+  __shared__ unsigned amax_bits;
+  unsigned m = thread_abs_max_bits<T, false>(x, n, threadIdx.x, blockDim.x);
+  m = cppmega::cuda::block_max_u32(m, smem);
+  const float amax = publish_amax(Elem<T>::bits_to_f32_bits(m), src, scale_out, report, seq, &amax_bits);
+  if (src.check_finite && !(amax <= 3.402823466e38f)) return;
+  const float inv = 1.0f / num::scale_from_amax(amax, src.format, src.pow2);
   const __nv_fp8_interpretation_t fi = interp(src.format);
   for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x)
     q[i] = __nv_cvt_float_to_fp8(Elem<T>::to_f32(x[i]) * inv, __NV_SATFINITE, fi);
@@ -223,10 +303,10 @@ __global__ void __launch_bounds__(1024)
 // Large tensors: the amax is reduced into the scale output itself (as f32 bits), the quantize
 // kernel derives the scale from it in every block, and this one-thread kernel, ordered after
 // the quantize kernel on the stream, turns the amax into the scale.
-__global__ void pack_finalize_kernel(float* scale_out, Fp8Format format, bool pow2, float* host_amax) {
+__global__ void pack_finalize_kernel(float* scale_out, Fp8Format format, bool pow2, AmaxReport* report, unsigned seq) {
   const float amax = *scale_out;
   *scale_out = num::scale_from_amax(amax, format, pow2);
-  if (host_amax) *host_amax = amax;
+  report_amax(report, seq, amax);
 }
 
 // ---- dequantize -------------------------------------------------------------------------------
@@ -246,24 +326,44 @@ __device__ __forceinline__ float2 decode2(__nv_fp8x2_storage_t b, __nv_fp8_inter
   return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
 
-// Packs two f32 values into one 32-bit word of the output type (f32 takes two words).
-template <class O> struct OutWords;
-template <> struct OutWords<float> {
-  static constexpr int kPerPair = 2;
-  __device__ static void put(unsigned* w, float2 v) { w[0] = __float_as_uint(v.x); w[1] = __float_as_uint(v.y); }
-};
-template <> struct OutWords<__nv_bfloat16> {
-  static constexpr int kPerPair = 1;
-  __device__ static void put(unsigned* w, float2 v) {
-    const __nv_bfloat162 p = __float22bfloat162_rn(v);
-    w[0] = *reinterpret_cast<const unsigned*>(&p);
+// Each step turns the FP8 bytes of one 16-byte output store into that store: 8 bytes in for
+// bf16/f16 out, 4 bytes in for f32 out. Stores are the larger stream here, so they are the
+// ones kept 16 bytes wide and fully coalesced across the warp.
+template <class O> struct DequantStep;
+template <> struct DequantStep<float> {
+  static constexpr int kElems = 4;
+  using In = unsigned;
+  __device__ static uint4 convert(In in, float scale, __nv_fp8_interpretation_t fi) {
+    const float2 a = decode2(static_cast<__nv_fp8x2_storage_t>(in), fi);
+    const float2 b = decode2(static_cast<__nv_fp8x2_storage_t>(in >> 16), fi);
+    return make_uint4(__float_as_uint(a.x * scale), __float_as_uint(a.y * scale), __float_as_uint(b.x * scale),
+                      __float_as_uint(b.y * scale));
   }
 };
-template <> struct OutWords<__half> {
-  static constexpr int kPerPair = 1;
-  __device__ static void put(unsigned* w, float2 v) {
-    const __half2 p = __float22half2_rn(v);
-    w[0] = *reinterpret_cast<const unsigned*>(&p);
+template <class O>
+__device__ __forceinline__ unsigned pack_pair(float2 v);
+template <> __device__ __forceinline__ unsigned pack_pair<__nv_bfloat16>(float2 v) {
+  const __nv_bfloat162 p = __float22bfloat162_rn(v);
+  return *reinterpret_cast<const unsigned*>(&p);
+}
+template <> __device__ __forceinline__ unsigned pack_pair<__half>(float2 v) {
+  const __half2 p = __float22half2_rn(v);
+  return *reinterpret_cast<const unsigned*>(&p);
+}
+template <class O> struct DequantStep {  // bf16, f16
+  static constexpr int kElems = 8;
+  using In = uint2;
+  __device__ static uint4 convert(In in, float scale, __nv_fp8_interpretation_t fi) {
+    unsigned w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const unsigned word = k < 2 ? in.x : in.y;
+      float2 f = decode2(static_cast<__nv_fp8x2_storage_t>(word >> (16 * (k % 2))), fi);
+      f.x *= scale;
+      f.y *= scale;
+      w[k] = pack_pair<O>(f);
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
   }
 };
 
@@ -277,35 +377,22 @@ __global__ void __launch_bounds__(kThreads) dequantize_kernel(const std::uint8_t
   const std::int64_t nthreads = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   std::int64_t tail_start = 0;
   if constexpr (kVectorised) {
-    constexpr int W = 8 * OutWords<O>::kPerPair;  // 32-bit output words per 16 inputs
-    constexpr int U = 2;                           // 16-byte input loads in flight per thread
-    const std::int64_t nchunks = n / 16;
-    const uint4* qv = reinterpret_cast<const uint4*>(q);
+    using Step = DequantStep<O>;
+    using In = typename Step::In;
+    constexpr int U = 4;  // independent loads in flight per thread
+    const std::int64_t nsteps = n / Step::kElems;
+    const In* qv = reinterpret_cast<const In*>(q);
     uint4* ov = reinterpret_cast<uint4*>(out);
-    for (std::int64_t c0 = tid; c0 < nchunks; c0 += U * nthreads) {
-      uint4 in[U];
+    for (std::int64_t c0 = tid; c0 < nsteps; c0 += U * nthreads) {
+      In in[U];
 #pragma unroll
       for (int u = 0; u < U; ++u)
-        if (c0 + u * nthreads < nchunks) in[u] = __ldcs(qv + c0 + u * nthreads);
+        if (c0 + u * nthreads < nsteps) in[u] = __ldcs(qv + c0 + u * nthreads);
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const std::int64_t c = c0 + u * nthreads;
-        if (c >= nchunks) break;
-        const unsigned in_words[4] = {in[u].x, in[u].y, in[u].z, in[u].w};
-        unsigned w[W];
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const auto pair = static_cast<__nv_fp8x2_storage_t>(in_words[k / 2] >> (16 * (k % 2)));
-          float2 f = decode2(pair, fi);
-          f.x *= scale;
-          f.y *= scale;
-          OutWords<O>::put(w + k * OutWords<O>::kPerPair, f);
-        }
-#pragma unroll
-        for (int k = 0; k < W / 4; ++k) __stcs(ov + c * (W / 4) + k, make_uint4(w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]));
-      }
+      for (int u = 0; u < U; ++u)
+        if (c0 + u * nthreads < nsteps) __stcs(ov + c0 + u * nthreads, Step::convert(in[u], scale, fi));
     }
-    tail_start = nchunks * 16;
+    tail_start = nsteps * Step::kElems;
   }
   for (std::int64_t i = tail_start + tid; i < n; i += nthreads) {
     const __half_raw h = __nv_cvt_fp8_to_halfraw(q[i], fi);
@@ -321,7 +408,7 @@ void launch_dequantize(const DequantizeArgs& a, int device, cudaStream_t s) {
   O* out = a.out.ptr<O>();
   const float* dev_scale = a.scale.tensor ? a.scale.tensor->ptr<const float>() : nullptr;
   const bool vec = cppmega::cuda::aligned16(q) && cppmega::cuda::aligned16(out);
-  const std::int64_t items = vec ? (n + 31) / 32 : n;
+  const std::int64_t items = vec ? (n + 4 * DequantStep<O>::kElems - 1) / (4 * DequantStep<O>::kElems) : n;
   const unsigned blocks = cppmega::cuda::grid_for(items, kThreads, 4LL * cppmega::cuda::sm_count(device));
   if (vec)
     dequantize_kernel<O, true><<<blocks, kThreads, 0, s>>>(q, n, out, a.scale.value, dev_scale, a.format);
@@ -341,17 +428,42 @@ void with_float_type(DType t, F&& f) {
   }
 }
 
-// A host-mapped f32 per host thread: the pack kernels write the amax there so the finite
-// check costs one stream synchronisation and no copy launch.
-float* mapped_host_slot(float** device_alias) {
-  thread_local float* host = nullptr;
-  thread_local float* dev = nullptr;
-  if (!host) {
-    CPPMEGA_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host), 64, cudaHostAllocMapped | cudaHostAllocPortable));
-    CPPMEGA_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&dev), host, 0));
+// One host-mapped AmaxReport per host thread. The finite check of pack polls it instead of
+// synchronising the stream: the host learns the amax as soon as the reduction is done (the cast
+// may still be running), which is the whole latency of a small pack.
+struct MappedReport {
+  AmaxReport* host = nullptr;
+  AmaxReport* device = nullptr;
+  unsigned next_seq = 1;
+};
+MappedReport& mapped_report() {
+  thread_local MappedReport r;
+  if (!r.host) {
+    CPPMEGA_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&r.host), sizeof(AmaxReport),
+                                     cudaHostAllocMapped | cudaHostAllocPortable));
+    CPPMEGA_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&r.device), r.host, 0));
+    r.host->seq = 0;
   }
-  *device_alias = dev;
-  return host;
+  return r;
+}
+
+// Waits until the kernel has reported `seq`; never hangs: if the stream completes (or fails)
+// without the report, that is an error.
+float wait_for_amax(const MappedReport& r, unsigned seq, cudaStream_t s) {
+  const volatile unsigned* flag = &r.host->seq;
+  for (std::uint64_t spins = 0;; ++spins) {
+    if (*flag == seq) break;
+    if ((spins & 255) == 255) {
+      const cudaError_t e = cudaStreamQuery(s);
+      if (e == cudaSuccess) {
+        if (*flag == seq) break;
+        fail(ErrorKind::CudaError, "fp8_pack: the stream finished without the kernel reporting its amax");
+      }
+      if (e != cudaErrorNotReady) CPPMEGA_CUDA_CHECK(e);
+    }
+  }
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return *static_cast<volatile float*>(&r.host->amax);
 }
 
 }  // namespace
@@ -401,32 +513,34 @@ void pack_cuda(const PackArgs& a, void* stream) {
   src.format = a.pack.format;
   src.pow2 = a.pack.pow2_scale;
   src.check_finite = a.pack.check_finite;
-  float* host_amax = nullptr;  // host view of the mapped slot
-  float* host_amax_dev = nullptr;
-  if (a.pack.check_finite) host_amax = mapped_host_slot(&host_amax_dev);
+  MappedReport* report = a.pack.check_finite ? &mapped_report() : nullptr;
+  AmaxReport* report_dev = report ? report->device : nullptr;
+  const unsigned seq = report ? report->next_seq++ : 0;
+  if (report && report->next_seq == 0) report->next_seq = 1;  // 0 is "never written"
 
   with_float_type(a.x.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* x = a.x.ptr<const T>();
     auto* q = a.q.ptr<std::uint8_t>();
     if (n <= kSmallPackMax) {
-      if (cppmega::cuda::aligned16(x))
-        pack_small_kernel<T, true><<<1, 1024, 0, s>>>(x, n, q, src, scale_out, host_amax_dev);
+      // Just enough warps for the register path: one thread per 16 elements, up to 1024.
+      const int threads = static_cast<int>(std::min<std::int64_t>(1024, std::max<std::int64_t>(32, (n / 16 + 31) / 32 * 32)));
+      if (cppmega::cuda::aligned16(x) && cppmega::cuda::aligned16(q))
+        pack_small_vec_kernel<T><<<1, threads, 0, s>>>(x, n, q, src, scale_out, report_dev, seq);
       else
-        pack_small_kernel<T, false><<<1, 1024, 0, s>>>(x, n, q, src, scale_out, host_amax_dev);
+        pack_small_scalar_kernel<T><<<1, 1024, 0, s>>>(x, n, q, src, scale_out, report_dev, seq);
       CPPMEGA_CUDA_CHECK_LAUNCH("fp8_pack small kernel");
     } else {
       unsigned* amax_bits = reinterpret_cast<unsigned*>(scale_out);
       launch_amax(x, n, amax_bits, a.x.device.index, s);
       src.amax = amax_bits;
       launch_quantize(x, n, q, src, a.x.device.index, s);
-      pack_finalize_kernel<<<1, 1, 0, s>>>(scale_out, src.format, src.pow2, host_amax_dev);
+      pack_finalize_kernel<<<1, 1, 0, s>>>(scale_out, src.format, src.pow2, report_dev, seq);
       CPPMEGA_CUDA_CHECK_LAUNCH("fp8_pack finalize kernel");
     }
   });
-  if (a.pack.check_finite) {
-    CPPMEGA_CUDA_CHECK(cudaStreamSynchronize(s));
-    const float amax = *static_cast<volatile float*>(host_amax);
+  if (report) {
+    const float amax = wait_for_amax(*report, seq, s);
     if (!(amax <= 3.402823466e38f))
       fail(ErrorKind::NonFinite, "fp8_pack: x contains ", amax != amax ? "NaN" : "Inf", " (amax = ", amax,
            "); refusing to derive a scale (pass check_finite=false to get a NaN scale instead); q was not written");

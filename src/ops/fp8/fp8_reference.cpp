@@ -62,9 +62,11 @@ void dequantize_reference(const DequantizeArgs& a) {
 
 void pack_reference(const PackArgs& a) {
   const float amax = amax_of(a.x);
-  if (!std::isfinite(amax) && a.pack.check_finite)
+  if (!std::isfinite(amax) && a.pack.check_finite) {
+    *a.scale.ptr<float>() = num::scale_from_amax(amax, a.pack.format, false);  // NaN, as every backend
     fail(ErrorKind::NonFinite, "fp8_pack: x contains ", std::isnan(amax) ? "NaN" : "Inf", " (amax = ", amax,
          "); refusing to derive a scale (pass check_finite=false to get a NaN scale instead); q was not written");
+  }
   const float scale = num::scale_from_amax(amax, a.pack.format, a.pack.pow2_scale);
   quantize_with(a.x, scale, a.q, a.pack.format);
   *a.scale.ptr<float>() = scale;

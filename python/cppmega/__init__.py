@@ -1,0 +1,42 @@
+"""cppmega: DSA/FP8 training kernels (C++/CUDA core, thin Python front end).
+
+Ops take numpy arrays or torch tensors (CPU or CUDA) and return the same kind. Backends are
+chosen per call: ``backend=`` argument, env ``CPPMEGA_BACKEND__<OP>``, env ``CPPMEGA_BACKEND``,
+then AUTO; every choice is recorded in :func:`dispatch_log`.
+
+``cppmega.torch`` adds torch.library custom ops; ``python -m cppmega.bench`` benchmarks.
+"""
+
+from . import _C
+from ._C import (  # noqa: F401  (re-exported)
+    CudaError,
+    Error,
+    InvalidArgument,
+    NonFinite,
+    Unsupported,
+    built_with_cuda,
+    clear_dispatch_log,
+    cuda_device_count,
+    cuda_unavailable_reason,
+    device_info,
+)
+from .fp8 import fp8_amax, fp8_dequantize, fp8_pack, fp8_quantize
+
+__version__ = _C.__version__
+
+__all__ = [
+    "CudaError", "Error", "InvalidArgument", "NonFinite", "Unsupported",
+    "fp8_amax", "fp8_quantize", "fp8_dequantize", "fp8_pack",
+    "ops", "dispatch_log", "clear_dispatch_log",
+    "built_with_cuda", "cuda_device_count", "cuda_unavailable_reason", "device_info",
+]
+
+
+def ops():
+    """Every op and its backends: ``[{op, backends: [{name, device, features, available, reason}]}]``."""
+    return _C.ops()
+
+
+def dispatch_log():
+    """The last (at most 256) dispatch decisions, oldest first: ``[{seq, op, backend, reason}]``."""
+    return _C.dispatch_log()
