@@ -11,7 +11,6 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
-#include <atomic>
 
 #include "cppmega/numerics.hpp"
 #include "cuda/common.cuh"
@@ -205,18 +204,18 @@ void launch_quantize(const T* x, std::int64_t n, std::uint8_t* q, const ScaleSou
 constexpr int kSmallChunks = 2;
 static_assert(kSmallPackMax == 1024 * 16 * kSmallChunks, "the register path must cover every small tensor");
 
-// The amax report of one pack call, in host-mapped memory: the kernel writes the amax, then
-// (after a system-scope fence) the call's sequence number, which the host polls for.
-struct AmaxReport {
+// The amax report of one pack call, in host-mapped memory: the amax and the call's sequence
+// number, written together as one aligned 8-byte store so the host never sees one without the
+// other (no system-scope fence needed).
+struct alignas(8) AmaxReport {
   float amax;
   unsigned seq;
 };
 
 __device__ __forceinline__ void report_amax(AmaxReport* r, unsigned seq, float amax) {
   if (!r) return;
-  r->amax = amax;
-  __threadfence_system();
-  *reinterpret_cast<volatile unsigned*>(&r->seq) = seq;
+  const unsigned long long word = (static_cast<unsigned long long>(seq) << 32) | __float_as_uint(amax);
+  *reinterpret_cast<volatile unsigned long long*>(r) = word;
 }
 
 __device__ __forceinline__ float publish_amax(unsigned m, const ScaleSource& src, float* scale_out, AmaxReport* report,
@@ -450,20 +449,20 @@ MappedReport& mapped_report() {
 // Waits until the kernel has reported `seq`; never hangs: if the stream completes (or fails)
 // without the report, that is an error.
 float wait_for_amax(const MappedReport& r, unsigned seq, cudaStream_t s) {
-  const volatile unsigned* flag = &r.host->seq;
+  const volatile unsigned long long* word = reinterpret_cast<const volatile unsigned long long*>(r.host);
   for (std::uint64_t spins = 0;; ++spins) {
-    if (*flag == seq) break;
-    if ((spins & 255) == 255) {
+    const unsigned long long w = *word;
+    if (static_cast<unsigned>(w >> 32) == seq) return num::bits_f32(static_cast<std::uint32_t>(w));
+    if ((spins & 4095) == 4095) {  // rarely: is the stream still going?
       const cudaError_t e = cudaStreamQuery(s);
       if (e == cudaSuccess) {
-        if (*flag == seq) break;
+        const unsigned long long w2 = *word;
+        if (static_cast<unsigned>(w2 >> 32) == seq) return num::bits_f32(static_cast<std::uint32_t>(w2));
         fail(ErrorKind::CudaError, "fp8_pack: the stream finished without the kernel reporting its amax");
       }
       if (e != cudaErrorNotReady) CPPMEGA_CUDA_CHECK(e);
     }
   }
-  std::atomic_thread_fence(std::memory_order_acquire);
-  return *static_cast<volatile float*>(&r.host->amax);
 }
 
 }  // namespace
