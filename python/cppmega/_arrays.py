@@ -107,6 +107,11 @@ class Operand:
         self.value = value
         self.dtype = dtype
         self.transport = value if dtype in _PLAIN else _as_int(value, _SIZES[dtype], self.torch)
+        if self.torch and value.is_cuda:
+            # Export with stream=-1: cppmega runs on the caller's stream itself, so it needs no
+            # cross-stream event. The default (stream=None) makes torch record an event and make
+            # a stream wait on it for every operand of every call.
+            self.transport = self.transport.__dlpack__(stream=-1)
 
     @property
     def shape(self):

@@ -226,6 +226,16 @@ def _pack_case(env, n, rng):
             return (xp * (1.0 / scale)).clamp(-FMAX, FMAX).to(t.float8_e4m3fn), scale
         peers["torch:pack"] = (torch_pack, "amax = x.abs().amax().float(); scale = where(amax > 0, amax / 448, 1); "
                                            "q = (x * (1/scale)).clamp(-448, 448).to(torch.float8_e4m3fn)")
+
+        def torch_pack_checked():
+            # What cppmega's default (check_finite=True) does: refuse NaN/Inf, which costs a host sync.
+            amax = xp.abs().amax().float()
+            if not bool(t.isfinite(amax).item()):
+                raise FloatingPointError("non-finite amax")
+            scale = t.where(amax > 0, amax / FMAX, t.ones_like(amax))
+            return (xp * (1.0 / scale)).clamp(-FMAX, FMAX).to(t.float8_e4m3fn), scale
+        peers["torch:pack_checked"] = (torch_pack_checked, "torch:pack plus `isfinite(amax).item()` (a host sync), "
+                                                           "like cppmega's check_finite=True")
     return Case(
         "fp8_pack", n, "bf16", 5.0 * n, {"format": FORMAT, "pow2_scale": False, "check_finite": True},
         call=lambda b: cppmega.fp8_pack(x, FORMAT, backend=b),
