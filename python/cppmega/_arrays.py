@@ -131,7 +131,11 @@ class Operand:
         if stream is not None:
             return int(getattr(stream, "cuda_stream", stream))
         if self.torch and self.value.is_cuda:
-            return _torch().cuda.current_stream(self.value.device).cuda_stream
+            torch = _torch()
+            raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+            if raw is not None:  # the bare handle, without building a torch.cuda.Stream object
+                return raw(self.value.get_device())
+            return torch.cuda.current_stream(self.value.device).cuda_stream
         return 0
 
 

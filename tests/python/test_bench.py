@@ -37,7 +37,7 @@ def test_bench_cpu_receipt(tmp_path, capsys):
         assert res["parity"]["cppmega:reference"]["ok"] is True
         peers = [label for label in res["timings"] if label.startswith("torch:")]
         if HAS_TORCH and (res["op"] == "fp8_amax" or HAS_FLOAT8):
-            assert len(peers) == 1 and peers[0] in res["peer_expressions"]
+            assert peers and all(p in res["peer_expressions"] for p in peers)
         assert all(label.startswith(("cppmega:", "torch:")) for label in res["timings"])
 
 
