@@ -85,5 +85,8 @@ std::int64_t mismatched_bytes(const TensorView& a, const TensorView& b);
 
 // ---- Each op family's suites (src/ops/<family>/<family>_cases.cpp), listed in case_suites() ------
 std::vector<CaseSuite> fp8_case_suites();
+std::vector<CaseSuite> fp8_blocks_case_suites();
+std::vector<CaseSuite> fp8_gemv_case_suites();
+std::vector<CaseSuite> topk_case_suites();
 
 }  // namespace cppmega::bench

@@ -175,7 +175,8 @@ Ceilings measure_ceilings(Device device, void* stream) {
 const std::vector<CaseSuite>& case_suites() {
   static const std::vector<CaseSuite> all = [] {
     std::vector<CaseSuite> v;
-    for (auto& s : fp8_case_suites()) v.push_back(s);
+    for (auto* family : {&fp8_case_suites, &fp8_blocks_case_suites, &fp8_gemv_case_suites, &topk_case_suites})
+      for (auto& s : family()) v.push_back(s);
     return v;
   }();
   return all;

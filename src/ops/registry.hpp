@@ -9,4 +9,13 @@ namespace cppmega {
 namespace fp8 {
 std::vector<OpListing> listings();
 }
+namespace topk_op {
+std::vector<OpListing> listings();
+}
+namespace fp8_blocks {
+std::vector<OpListing> listings();
+}
+namespace gemv_op {
+std::vector<OpListing> listings();
+}
 }  // namespace cppmega

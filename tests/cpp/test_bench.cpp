@@ -319,7 +319,8 @@ TEST(BenchCases, RejectBadParameters) {
 TEST(BenchCases, ReceiptFromABenchRunRoutesAuto) {
   for (auto& suite : case_suites()) {
     SCOPED_TRACE(suite.op);
-    for (std::int64_t n : {std::int64_t(1000), std::int64_t(5000)}) {
+    // Each suite's own CPU sizes: "n" means an element count for the fp8 ops and a preset for others.
+    for (std::int64_t n : suite.default_sizes(Device::cpu())) {
       auto c = suite.make({Device::cpu(), n, DType::bf16, 11, nullptr});
       const auto backends = runnable_backends(suite.op, Device::cpu());
       ASSERT_EQ(backends, std::vector<std::string>{"reference"});
@@ -342,6 +343,8 @@ TEST(BenchCases, ReceiptFromABenchRunRoutesAuto) {
 TEST(BenchCases, CudaBackendsMatchTheReference) {
   CPPMEGA_SKIP_WITHOUT_GPU();
   for (auto& suite : case_suites()) {
+    if (suite.op.rfind("fp8_", 0) != 0 || suite.op == "fp8_gemv" || suite.op.find("blocks") != std::string::npos)
+      continue;  // element-count suites only; the other families test their cases in their own files
     for (DType dtype : {DType::bf16, DType::f32}) {
       for (std::int64_t n : {std::int64_t(1), std::int64_t(4096), std::int64_t(1000003)}) {
         SCOPED_TRACE(suite.op + " " + dtype_name(dtype) + " n=" + std::to_string(n));

@@ -13,6 +13,9 @@ namespace cppmega {
 namespace {
 
 using test::Rng;
+using test::cuda;
+using test::expect_error;
+using test::ref;
 
 // Random values of several magnitudes (never all zero), stored as `dtype`.
 Tensor random_floats(Rng& rng, DType dtype, std::initializer_list<std::int64_t> dims, float sd = 3.0f) {
@@ -51,18 +54,7 @@ float get_value(const TensorView& t, std::int64_t i) {
 
 float scalar(const Tensor& t) { return *t.to(Device::cpu()).ptr<float>(); }
 
-CallOptions ref() { return {"reference", nullptr}; }
-CallOptions cuda() { return {"cuda", nullptr}; }
 
-void expect_error(ErrorKind kind, const std::string& needle, const std::function<void()>& f) {
-  try {
-    f();
-    ADD_FAILURE() << "expected " << error_kind_name(kind) << " containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
-  }
-}
 
 // ---- reference vs the contract -------------------------------------------------------------
 

@@ -7,9 +7,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <random>
 #include <vector>
 
+#include "cppmega/dispatch.hpp"
+#include "cppmega/error.hpp"
 #include "cppmega/runtime.hpp"
 #include "cppmega/tensor.hpp"
 
@@ -35,6 +39,21 @@ struct Rng {
     if (::cppmega::cuda_device_count() == 0)                                             \
       GTEST_SKIP() << "no CUDA device: " << ::cppmega::cuda_unavailable_reason();        \
   } while (0)
+
+// Forced-backend call options.
+inline CallOptions ref() { return {"reference", nullptr}; }
+inline CallOptions cuda() { return {"cuda", nullptr}; }
+
+// Runs f and checks it raises cppmega::Error of `kind` whose message contains `needle`.
+inline void expect_error(ErrorKind kind, const std::string& needle, const std::function<void()>& f) {
+  try {
+    f();
+    ADD_FAILURE() << "expected " << error_kind_name(kind) << " containing '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  }
+}
 
 inline void poison(const TensorView& t, std::uint8_t byte = 0xFF) {
   std::vector<std::uint8_t> host(static_cast<std::size_t>(t.numel()) * t.itemsize(), byte);

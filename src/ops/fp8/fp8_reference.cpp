@@ -2,6 +2,7 @@
 // contract written out literally (f32 reciprocal taken once, f32 multiply, then encode).
 #include <cmath>
 
+#include "core/host_values.hpp"
 #include "cppmega/error.hpp"
 #include "ops/fp8/fp8_args.hpp"
 
@@ -9,23 +10,8 @@ namespace cppmega::fp8 {
 
 namespace {
 
-float load(const TensorView& t, std::int64_t i) {
-  switch (t.dtype) {
-    case DType::f32: return t.ptr<const float>()[i];
-    case DType::bf16: return num::bf16_to_f32(t.ptr<const std::uint16_t>()[i]);
-    case DType::f16: return num::f16_to_f32(t.ptr<const std::uint16_t>()[i]);
-    default: invalid_argument("fp8 reference: unexpected dtype ", dtype_name(t.dtype));
-  }
-}
-
-void store(const TensorView& t, std::int64_t i, float v) {
-  switch (t.dtype) {
-    case DType::f32: t.ptr<float>()[i] = v; break;
-    case DType::bf16: t.ptr<std::uint16_t>()[i] = num::f32_to_bf16(v); break;
-    case DType::f16: t.ptr<std::uint16_t>()[i] = num::f32_to_f16(v); break;
-    default: invalid_argument("fp8 reference: unexpected dtype ", dtype_name(t.dtype));
-  }
-}
+using host::load_f32;
+using host::store_f32;
 
 float scale_value(const ScaleArg& s) { return s.tensor ? *s.tensor->ptr<const float>() : s.value; }
 
@@ -33,7 +19,7 @@ float amax_of(const TensorView& x) {
   float m = 0.0f;
   const std::int64_t n = x.numel();
   for (std::int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(load(x, i));
+    const float a = std::fabs(load_f32(x, i));
     if (std::isnan(a)) return a;  // NaN is never dropped
     if (a > m) m = a;
   }
@@ -44,7 +30,7 @@ void quantize_with(const TensorView& x, float scale, const TensorView& q, Fp8For
   const float inv = 1.0f / scale;
   auto* out = q.ptr<std::uint8_t>();
   const std::int64_t n = x.numel();
-  for (std::int64_t i = 0; i < n; ++i) out[i] = num::f32_to_fp8(load(x, i) * inv, fmt);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = num::f32_to_fp8(load_f32(x, i) * inv, fmt);
 }
 
 }  // namespace
@@ -57,7 +43,7 @@ void dequantize_reference(const DequantizeArgs& a) {
   const float s = scale_value(a.scale);
   const auto* q = a.q.ptr<const std::uint8_t>();
   const std::int64_t n = a.q.numel();
-  for (std::int64_t i = 0; i < n; ++i) store(a.out, i, num::fp8_to_f32(q[i], a.format) * s);
+  for (std::int64_t i = 0; i < n; ++i) store_f32(a.out, i, num::fp8_to_f32(q[i], a.format) * s);
 }
 
 void pack_reference(const PackArgs& a) {
