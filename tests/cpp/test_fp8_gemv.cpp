@@ -416,6 +416,15 @@ TEST(Fp8GemvCuda, FixedCasesMatchReference) {
       d.splits = splits;
       cases.push_back(d);
     }
+  // Fewer K blocks than the requested splits: the effective split count (3, 5, 6, 7) does not
+  // divide the 128-row tile, so every output row must still be written (a run once caught
+  // rows 125-127 left unwritten with 5 splits).
+  for (std::int64_t nkb : {3, 5, 6, 7})
+    for (std::int64_t M : {1, 59}) {
+      GemvCase c{M, 287, 128 * (nkb - 1) + 16, DType::e4m3, DType::f16, 3, 0};
+      c.splits = 8;
+      cases.push_back(c);
+    }
   // Tails: N and K not multiples of 16/128, tiny shapes.
   for (auto s : std::vector<std::array<std::int64_t, 3>>{{1, 1, 16}, {1, 1, 128}, {2, 7, 48}, {3, 127, 112}, {5, 17, 1040}, {64, 5, 32}, {1, 4099, 16}, {7, 640, 8192}})
     cases.push_back({s[0], s[1], s[2], DType::bf16, DType::f32, 1, 1});

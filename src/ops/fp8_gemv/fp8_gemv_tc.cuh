@@ -421,12 +421,14 @@ __global__ void __launch_bounds__(kThreads, (Layout<MT, PLANES, SB, NBUF>::MIN_C
     cluster.sync();
   else
     __syncthreads();
-  const int rows_per = kBlockN / nsplit;
+  // Each rank sums and stores its share of the tile's rows; the shares round up so that a split
+  // count that does not divide the tile (e.g. 5, when only 5 K blocks exist) still covers it.
+  const int rows_per = (kBlockN + nsplit - 1) / nsplit;
   const int rank = nsplit > 1 ? static_cast<int>(cluster.block_rank()) : 0;
   for (int i = tid; i < rows_per * p.M; i += kThreads) {
     const int rr = rank * rows_per + i % rows_per, m = i / rows_per;
     const std::int64_t n = n_tile + rr;
-    if (n < p.N) {
+    if (rr < kBlockN && n < p.N) {
       float sum = 0.0f;
       for (int q = 0; q < nsplit; ++q) {
         const float* Pq = nsplit > 1 ? cluster.map_shared_rank(P, q) : P;
