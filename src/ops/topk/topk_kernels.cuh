@@ -327,6 +327,9 @@ __global__ void __launch_bounds__(kThreads, kThreads == 256 ? 6 : 3) topk_kernel
     crank = cg::this_cluster().block_rank();
   }
   for (u32 i = tid; i < (kCluster ? 2u : 1u) * kBins; i += kThreads) hist[i] = 0;
+  // The first row's load_keys adds into any bin right away (cached kernels): every bin must be
+  // zero before any thread counts.
+  __syncthreads();
   trace_mark(p, 0);
 
   for (std::int64_t row = blockIdx.x / C; row < p.rows; row += gridDim.x / C) {
