@@ -21,12 +21,16 @@ from ._C import (  # noqa: F401  (re-exported)
     device_info,
 )
 from .fp8 import fp8_amax, fp8_dequantize, fp8_pack, fp8_quantize
+from .fp8_blocks import fp8_dequantize_blocks, fp8_quantize_blocks, mxfp8_dequantize, mxfp8_quantize
+from .gemv import fp8_gemv
+from .topk import topk
 
 __version__ = _C.__version__
 
 __all__ = [
     "CudaError", "Error", "InvalidArgument", "NonFinite", "Unsupported",
-    "fp8_amax", "fp8_quantize", "fp8_dequantize", "fp8_pack",
+    "fp8_amax", "fp8_quantize", "fp8_dequantize", "fp8_pack", "topk",
+    "fp8_quantize_blocks", "fp8_dequantize_blocks", "mxfp8_quantize", "mxfp8_dequantize", "fp8_gemv",
     "ops", "dispatch_log", "clear_dispatch_log",
     "built_with_cuda", "cuda_device_count", "cuda_unavailable_reason", "device_info",
 ]

@@ -81,9 +81,12 @@ class Operand:
 
     __slots__ = ("value", "transport", "dtype", "torch")
 
-    def __init__(self, op, arg, value, fp8=None):
+    def __init__(self, op, arg, value, fp8=None, raw=None):
         """`fp8`: the format that a uint8 array's bits mean in an fp8 slot (q, quantize's out);
-        an array with a real fp8 dtype must agree with it."""
+        an array with a real fp8 dtype must agree with it.
+        `raw`: the dtype that a uint8 array's bits mean (e.g. "e8m0" scales, "e4m3" weights where
+        the framework lacks the dtype); arrays of other dtypes pass as they are, for the C++
+        checks to judge."""
         if is_torch(value):
             self.torch = True
             if value.requires_grad:
@@ -99,7 +102,9 @@ class Operand:
             raise _C.InvalidArgument(
                 f"{op}: {arg} has dtype {key}, which cppmega does not take "
                 f"(it takes {', '.join(sorted(_DTYPES))})")
-        if fp8 is not None:
+        if raw is not None and dtype == "u8":
+            dtype = raw
+        elif fp8 is not None:
             if dtype == "u8":
                 dtype = fp8  # raw bits, e.g. torch without float8 dtypes
             elif dtype in FP8 and dtype != fp8:

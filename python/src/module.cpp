@@ -23,6 +23,9 @@
 #include "cppmega/dispatch.hpp"
 #include "cppmega/error.hpp"
 #include "cppmega/ops/fp8.hpp"
+#include "cppmega/ops/fp8_blocks.hpp"
+#include "cppmega/ops/fp8_gemv.hpp"
+#include "cppmega/ops/topk.hpp"
 #include "cppmega/runtime.hpp"
 #include "cppmega/tensor.hpp"
 
@@ -197,11 +200,13 @@ TensorView output_view(nb::handle obj, const std::optional<std::string>& dtype, 
   return make_view(a, dtype, op, arg);
 }
 
-// A Python number is a host scale; anything else must be a 1-element f32 array.
-ScaleArg scale_arg(nb::handle obj, const std::optional<std::string>& dtype, const char* op, Keep& keep) {
+// A Python number is a host scale; anything else is an array whose shape the op checks (a
+// 1-element f32 array for the per-tensor ops; fp8_gemv also takes per-row and per-block scales).
+ScaleArg scale_arg(nb::handle obj, const std::optional<std::string>& dtype, const char* op, Keep& keep,
+                   const char* arg = "scale") {
   if (PyFloat_Check(obj.ptr()) || (PyLong_Check(obj.ptr()) && !PyBool_Check(obj.ptr())))
     return ScaleArg(static_cast<float>(nb::cast<double>(obj)));
-  return ScaleArg(input_view(obj, dtype, op, "scale", keep));
+  return ScaleArg(input_view(obj, dtype, op, arg, keep));
 }
 
 CallOptions call_options(const std::string& backend, std::uintptr_t stream) {
@@ -212,6 +217,19 @@ CallOptions call_options(const std::string& backend, std::uintptr_t stream) {
 }
 
 using OptStr = std::optional<std::string>;
+
+// The core's parsers name no op; these do (docs/contracts.md 1: messages name the op).
+Fp8BlockShape block_arg(const std::string& s, const char* op) {
+  if (s == "1x128" || s == "128x128") return parse_fp8_block_shape(s);
+  raise_invalid(detail::cat(op, ": block must be '1x128' or '128x128', got '", s, "'"));
+}
+Fp8Format format_arg(const std::string& s, const char* op) {
+  try {
+    return parse_fp8_format(s);
+  } catch (const Error&) {
+    raise_invalid(detail::cat(op, ": format must be e4m3 or e5m2, got '", s, "'"));
+  }
+}
 
 // nb::dict has no keyword constructor: Dict().set("a", 1).set("b", x).d
 struct Dict {
@@ -442,6 +460,123 @@ void define_fp8(nb::module_& m) {
       "pow2_scale"_a = false, "check_finite"_a = true, "backend"_a = "", "stream"_a = 0);
 }
 
+// topk: scores [R,T] or [B,S,T] (f32/bf16), optional i32/i64 starts/ends, i32 out.
+void define_topk(nb::module_& m) {
+  m.def(
+      "topk_out",
+      [](nb::handle scores, OptStr scores_dtype, std::int64_t k, nb::handle starts, OptStr starts_dtype,
+         nb::handle ends, OptStr ends_dtype, nb::handle out, OptStr out_dtype, const std::string& backend,
+         std::uintptr_t stream) {
+        Keep keep;
+        const TensorView sv = input_view(scores, scores_dtype, "topk", "scores", keep);
+        std::optional<TensorView> st, en;
+        if (!starts.is_none()) st = input_view(starts, starts_dtype, "topk", "starts", keep);
+        if (!ends.is_none()) en = input_view(ends, ends_dtype, "topk", "ends", keep);
+        const TensorView ov = output_view(out, out_dtype, "topk", "out", keep);
+        nb::gil_scoped_release nogil;
+        topk_out(sv, k, st, en, ov, call_options(backend, stream));
+      },
+      "scores"_a, "scores_dtype"_a.none(), "k"_a, "starts"_a.none(), "starts_dtype"_a.none(), "ends"_a.none(),
+      "ends_dtype"_a.none(), "out"_a, "out_dtype"_a.none(), "backend"_a = "", "stream"_a = 0);
+}
+
+// Block-scaled FP8: x [..., M, K] -> q and f32 scales per (1,128)/(128,128) block, or e4m3 q and
+// e8m0 scales per 32 values (MXFP8); the dequantizers invert them. The Python layer allocates the
+// outputs (scale shapes as fp8_block_scales_shape / mxfp8_scales_shape).
+void define_fp8_blocks(nb::module_& m) {
+  m.def(
+      "fp8_quantize_blocks_out",
+      [](nb::handle x, OptStr x_dtype, nb::handle q, OptStr q_dtype, nb::handle scales, OptStr scales_dtype,
+         const std::string& block, const std::string& format, bool pow2_scale, bool check_finite,
+         const std::string& backend, std::uintptr_t stream) {
+        const char* op = "fp8_quantize_blocks";
+        Keep keep;
+        const TensorView xv = input_view(x, x_dtype, op, "x", keep);
+        const TensorView qv = output_view(q, q_dtype, op, "q", keep);
+        const TensorView sv = output_view(scales, scales_dtype, op, "scales", keep);
+        BlockQuantOptions bq;
+        bq.block = block_arg(block, op);
+        bq.format = format_arg(format, op);
+        bq.pow2_scale = pow2_scale;
+        bq.check_finite = check_finite;
+        nb::gil_scoped_release nogil;
+        fp8_quantize_blocks_out(xv, qv, sv, bq, call_options(backend, stream));
+      },
+      "x"_a, "x_dtype"_a.none(), "q"_a, "q_dtype"_a.none(), "scales"_a, "scales_dtype"_a.none(), "block"_a = "1x128",
+      "format"_a = "e4m3", "pow2_scale"_a = false, "check_finite"_a = true, "backend"_a = "", "stream"_a = 0);
+
+  m.def(
+      "fp8_dequantize_blocks_out",
+      [](nb::handle q, OptStr q_dtype, nb::handle scales, OptStr scales_dtype, nb::handle out, OptStr out_dtype,
+         const std::string& block, const std::string& backend, std::uintptr_t stream) {
+        const char* op = "fp8_dequantize_blocks";
+        Keep keep;
+        const TensorView qv = input_view(q, q_dtype, op, "q", keep);
+        const TensorView sv = input_view(scales, scales_dtype, op, "scales", keep);
+        const TensorView ov = output_view(out, out_dtype, op, "out", keep);
+        const Fp8BlockShape b = block_arg(block, op);
+        nb::gil_scoped_release nogil;
+        fp8_dequantize_blocks_out(qv, sv, ov, b, call_options(backend, stream));
+      },
+      "q"_a, "q_dtype"_a.none(), "scales"_a, "scales_dtype"_a.none(), "out"_a, "out_dtype"_a.none(),
+      "block"_a = "1x128", "backend"_a = "", "stream"_a = 0);
+
+  m.def(
+      "mxfp8_quantize_out",
+      [](nb::handle x, OptStr x_dtype, nb::handle q, OptStr q_dtype, nb::handle scales, OptStr scales_dtype,
+         bool check_finite, const std::string& backend, std::uintptr_t stream) {
+        const char* op = "mxfp8_quantize";
+        Keep keep;
+        const TensorView xv = input_view(x, x_dtype, op, "x", keep);
+        const TensorView qv = output_view(q, q_dtype, op, "q", keep);
+        const TensorView sv = output_view(scales, scales_dtype, op, "scales", keep);
+        MxQuantOptions mx;
+        mx.check_finite = check_finite;
+        nb::gil_scoped_release nogil;
+        mxfp8_quantize_out(xv, qv, sv, mx, call_options(backend, stream));
+      },
+      "x"_a, "x_dtype"_a.none(), "q"_a, "q_dtype"_a.none(), "scales"_a, "scales_dtype"_a.none(),
+      "check_finite"_a = true, "backend"_a = "", "stream"_a = 0);
+
+  m.def(
+      "mxfp8_dequantize_out",
+      [](nb::handle q, OptStr q_dtype, nb::handle scales, OptStr scales_dtype, nb::handle out, OptStr out_dtype,
+         const std::string& backend, std::uintptr_t stream) {
+        const char* op = "mxfp8_dequantize";
+        Keep keep;
+        const TensorView qv = input_view(q, q_dtype, op, "q", keep);
+        const TensorView sv = input_view(scales, scales_dtype, op, "scales", keep);
+        const TensorView ov = output_view(out, out_dtype, op, "out", keep);
+        nb::gil_scoped_release nogil;
+        mxfp8_dequantize_out(qv, sv, ov, call_options(backend, stream));
+      },
+      "q"_a, "q_dtype"_a.none(), "scales"_a, "scales_dtype"_a.none(), "out"_a, "out_dtype"_a.none(),
+      "backend"_a = "", "stream"_a = 0);
+}
+
+// fp8_gemv: x [M,K] (f32/bf16/f16, or e4m3 with x_scale), w [N,K] e4m3, out [M,N]. Scales are a
+// Python number (per tensor) or an f32 array whose shape gives the granularity (fp8_gemv.hpp).
+void define_fp8_gemv(nb::module_& m) {
+  m.def(
+      "fp8_gemv_out",
+      [](nb::handle x, OptStr x_dtype, nb::handle w, OptStr w_dtype, nb::handle w_scale, OptStr w_scale_dtype,
+         nb::handle x_scale, OptStr x_scale_dtype, nb::handle out, OptStr out_dtype, const std::string& backend,
+         std::uintptr_t stream) {
+        const char* op = "fp8_gemv";
+        Keep keep;
+        const TensorView xv = input_view(x, x_dtype, op, "x", keep);
+        const TensorView wv = input_view(w, w_dtype, op, "w", keep);
+        const ScaleArg ws = scale_arg(w_scale, w_scale_dtype, op, keep, "w_scale");
+        std::optional<ScaleArg> xs;
+        if (!x_scale.is_none()) xs = scale_arg(x_scale, x_scale_dtype, op, keep, "x_scale");
+        const TensorView ov = output_view(out, out_dtype, op, "out", keep);
+        nb::gil_scoped_release nogil;
+        fp8_gemv_out(xv, wv, ws, xs, ov, call_options(backend, stream));
+      },
+      "x"_a, "x_dtype"_a.none(), "w"_a, "w_dtype"_a.none(), "w_scale"_a, "w_scale_dtype"_a.none(),
+      "x_scale"_a.none(), "x_scale_dtype"_a.none(), "out"_a, "out_dtype"_a.none(), "backend"_a = "", "stream"_a = 0);
+}
+
 void define_runtime(nb::module_& m) {
   m.def("ops", &ops_listing, "Every op and its backends: name, device, features, available, reason.");
   m.def("dispatch_log", &dispatch_log_list, "The last dispatch decisions (oldest first): seq, op, backend, reason.");
@@ -523,6 +658,9 @@ NB_MODULE(_C, m) {
   m.attr("__version__") = CPPMEGA_VERSION;
   cppmega::py::define_exceptions(m);
   cppmega::py::define_fp8(m);
+  cppmega::py::define_topk(m);
+  cppmega::py::define_fp8_blocks(m);
+  cppmega::py::define_fp8_gemv(m);
   cppmega::py::define_runtime(m);
   cppmega::py::define_bench(m);
 }

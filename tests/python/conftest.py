@@ -25,6 +25,8 @@ needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device for torch a
 NP_DTYPES = {"f32": np.float32, "f16": np.float16, "bf16": ml_dtypes.bfloat16,
              "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2, "u8": np.uint8,
              "i32": np.int32, "i64": np.int64}
+if hasattr(ml_dtypes, "float8_e8m0fnu"):  # e8m0 scales (MXFP8); older ml_dtypes: uint8 bits
+    NP_DTYPES["e8m0"] = ml_dtypes.float8_e8m0fnu
 _WIDTH_NP = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -44,7 +46,7 @@ def rng(request):
 
 def torch_dtype(name):
     attr = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "e4m3": "float8_e4m3fn",
-            "e5m2": "float8_e5m2", "u8": "uint8", "i32": "int32", "i64": "int64"}[name]
+            "e5m2": "float8_e5m2", "e8m0": "float8_e8m0fnu", "u8": "uint8", "i32": "int32", "i64": "int64"}[name]
     return getattr(torch, attr, torch.uint8)  # fp8 as raw uint8 on torch without float8
 
 

@@ -7,11 +7,21 @@ import sys
 
 import pytest
 
-from cppmega import _C
-from cppmega.bench import elementwise_bucket, main
-from conftest import HAS_FLOAT8, HAS_TORCH
+import numpy as np
 
-OPS = {"fp8_amax", "fp8_quantize", "fp8_dequantize", "fp8_pack"}
+import cppmega
+from cppmega import _C
+from cppmega.bench import (BLOCK_KINDS, BLOCKS_SHAPE_CPU, GEMV_MS_CPU, GEMV_SHAPES_CPU, OPS, TOPK_SHAPES_CPU,
+                           blocks_bucket, elementwise_bucket, gemv_bucket, main, topk_bucket)
+from conftest import HAS_FLOAT8, HAS_TORCH, NP_DTYPES
+
+# The ops the bench covers; a new op must be added here and get its identity checks below.
+EXPECTED_OPS = {"fp8_amax", "fp8_quantize", "fp8_dequantize", "fp8_pack", "topk", "fp8_quantize_blocks",
+                "mxfp8_quantize", "fp8_gemv"}
+
+
+def test_bench_op_set():
+    assert set(OPS) == EXPECTED_OPS and len(OPS) == len(EXPECTED_OPS)
 
 
 def test_bench_cpu_receipt(tmp_path, capsys):
@@ -26,19 +36,70 @@ def test_bench_cpu_receipt(tmp_path, capsys):
     assert r["tool"] == "python -m cppmega.bench" and r["device"]["arch"] == "cpu"
     assert r["config"] == {"warmup": 1, "iters": 3, "seed": 0}
     assert "numpy" in r["versions"] and "cppmega" in r["versions"]
-    assert {x["op"] for x in r["results"]} == OPS
+    assert {x["op"] for x in r["results"]} == set(OPS)
     assert sorted(x["shape"][0] for x in r["results"] if x["op"] == "fp8_pack") == [3000, 4096]
+    topk = [x for x in r["results"] if x["op"] == "topk"]
+    assert [x["shape"] for x in topk] == [[rows, t] for rows, t, _, _ in TOPK_SHAPES_CPU]
+    blocks = [x for x in r["results"] if x["op"] == "fp8_quantize_blocks"]
+    assert [x["block"] for x in blocks] == list(BLOCK_KINDS)
+    gemv = [x for x in r["results"] if x["op"] == "fp8_gemv"]
+    assert [x["shape"] for x in gemv] == [[m, n, k] for n, k in GEMV_SHAPES_CPU for m in GEMV_MS_CPU]
     for res in r["results"]:
-        n = res["shape"][0]
-        assert res["bucket"] == elementwise_bucket("bf16", n)
-        assert res["name"] == f"bf16 n={n}" and res["dtype"] == "bf16" and res["bytes"] > 0
+        op = res["op"]
+        if op == "topk":
+            rows, t = res["shape"]
+            assert res["bucket"] == topk_bucket("f32", rows, t, res["k"]) and res["dtype"] == "f32"
+        elif op in ("fp8_quantize_blocks", "mxfp8_quantize"):
+            m, k = res["shape"]
+            assert (m, k) == BLOCKS_SHAPE_CPU and res["dtype"] == "bf16"
+            kind = res["block"] if op == "fp8_quantize_blocks" else "mx32"
+            assert res["name"] == f"bf16 [{m},{k}] {kind}" and res["bucket"] == blocks_bucket("bf16", m * k, kind)
+            assert res["check_finite"] is False and res["bytes"] > 3 * m * k
+        elif op == "fp8_gemv":
+            m, n, k = res["shape"]
+            assert res["name"] == f"bf16 M={m} N={n} K={k} per-row w" and res["dtype"] == "bf16"
+            assert res["bucket"] == gemv_bucket("bf16", m, n, k)
+            assert res["bytes"] == n * k + 2 * m * k + 2 * m * n and res["flops"] == 2 * m * n * k
+            assert res["w_scale"] == "row" and res["weight_copies"] == 1
+            p = res["parity"]["cppmega:reference"]
+            assert p["metric"] == "rel_l2" and 0 < p["value"] <= p["tolerance"] == 1e-2
+        else:
+            n = res["shape"][0]
+            assert res["bucket"] == elementwise_bucket("bf16", n)
+            assert res["name"] == f"bf16 n={n}" and res["dtype"] == "bf16" and res["bytes"] > 0
         t = res["timings"]["cppmega:reference"]
         assert t["iters"] == 3 and len(t["samples_us"]) == 3 and t["median_us"] > 0
         assert res["parity"]["cppmega:reference"]["ok"] is True
         peers = [label for label in res["timings"] if label.startswith("torch:")]
-        if HAS_TORCH and (res["op"] == "fp8_amax" or HAS_FLOAT8):
+        if HAS_TORCH and (op in ("fp8_amax", "topk", "fp8_gemv") or HAS_FLOAT8):
             assert peers and all(p in res["peer_expressions"] for p in peers)
         assert all(label.startswith(("cppmega:", "torch:")) for label in res["timings"])
+
+
+def test_bench_buckets_are_the_cpp_buckets(tmp_path, capsys):
+    # AUTO finds a receipt row only under the bucket the C++ op computes: load the bench's receipt
+    # and check that each new op's AUTO decision names it.
+    out = tmp_path / "r.json"
+    assert main(["--device", "cpu", "--warmup", "0", "--iters", "1", "--out", str(out),
+                 "--ops", "fp8_quantize_blocks,mxfp8_quantize,fp8_gemv"]) == 0
+    receipt = json.loads(out.read_text())
+    bf16 = NP_DTYPES["bf16"]
+    calls = {
+        "fp8_quantize_blocks": lambda res: cppmega.fp8_quantize_blocks(
+            np.ones(res["shape"], bf16), res["block"], check_finite=False),
+        "mxfp8_quantize": lambda res: cppmega.mxfp8_quantize(np.ones(res["shape"], bf16)),
+        "fp8_gemv": lambda res: cppmega.fp8_gemv(np.ones(res["shape"][::2], bf16),
+                                                 np.zeros(res["shape"][1:], np.uint8), 1.0),
+    }
+    try:
+        _C.set_receipts_for_testing([json.dumps(receipt)])
+        for res in receipt["results"]:
+            calls[res["op"]](res)
+            last = cppmega.dispatch_log()[-1]
+            assert last["op"] == res["op"] and "receipt" in last["reason"], last
+            assert f"({res['bucket']})" in last["reason"], (res["bucket"], last)
+    finally:
+        _C.set_receipts_for_testing([])
 
 
 def test_bench_folder_output_and_op_filter(tmp_path, capsys):

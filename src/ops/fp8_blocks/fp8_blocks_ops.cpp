@@ -144,11 +144,12 @@ OpListing listing(const OpTable<T>& t) {
   return {t.op(), t.list()};
 }
 
-void check_block_input(const char* op, const TensorView& x, Fp8BlockShape block) {
+// `arg` names the blocked tensor: x when quantizing, q when dequantizing.
+void check_block_input(const char* op, const char* arg, const TensorView& t, Fp8BlockShape block) {
   if (block == Fp8BlockShape::b128x128)
-    check_min_rank(op, "x", x, 2, "[..., M, K] for 128x128 blocks");
+    check_min_rank(op, arg, t, 2, "[..., M, K] for 128x128 blocks");
   else
-    check_min_rank(op, "x", x, 1, "[..., K]");
+    check_min_rank(op, arg, t, 1, "[..., K]");
 }
 
 }  // namespace
@@ -170,7 +171,7 @@ using namespace fp8_blocks;
 
 std::vector<std::int64_t> fp8_block_scales_shape(const TensorView& x, Fp8BlockShape block) {
   const char* op = "fp8_quantize_blocks";
-  check_block_input(op, x, block);
+  check_block_input(op, "x", x, block);
   std::vector<std::int64_t> s(x.shape.begin(), x.shape.begin() + x.rank);
   s.back() = (s.back() + kFp8BlockK - 1) / kFp8BlockK;
   if (block == Fp8BlockShape::b128x128) s[s.size() - 2] = (s[s.size() - 2] + 127) / 128;
@@ -188,7 +189,7 @@ void fp8_quantize_blocks_out(const TensorView& x, const TensorView& q, const Ten
                              const CallOptions& opts) {
   const char* op = "fp8_quantize_blocks";
   check::dtype_in(op, "x", x, kFloat);
-  check_block_input(op, x, bq.block);
+  check_block_input(op, "x", x, bq.block);
   contiguous(op, "x", x);
   check::not_null(op, "x", x);
   if (q.dtype != fp8_dtype(bq.format))
@@ -220,7 +221,7 @@ void fp8_dequantize_blocks_out(const TensorView& q, const TensorView& scales, co
                                const CallOptions& opts) {
   const char* op = "fp8_dequantize_blocks";
   check::dtype_in(op, "q", q, {DType::e4m3, DType::e5m2});
-  check_block_input(op, q, block);
+  check_block_input(op, "q", q, block);
   contiguous(op, "q", q);
   check::not_null(op, "q", q);
   check::dtype_in(op, "out", out, kFloat);
