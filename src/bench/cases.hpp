@@ -75,6 +75,13 @@ Tensor random_bytes(DType dtype, std::int64_t n, std::uint64_t seed, const std::
 // Deterministic 64-bit mixing (splitmix64 finaliser) for seeds and counters.
 std::uint64_t mix64(std::uint64_t x);
 
+// The views of owned tensors, in order (cases keep inputs/outputs as Tensors, APIs take views).
+inline std::vector<TensorView> views(const std::vector<Tensor>& ts) {
+  std::vector<TensorView> v;
+  for (auto& t : ts) v.push_back(t.view());
+  return v;
+}
+
 // Fills every byte of a contiguous tensor with 0xFF (NaN in every float format we use),
 // enqueued on `stream` for CUDA tensors.
 void poison(const TensorView& t, void* stream);

@@ -30,6 +30,7 @@ using test::Rng;
 using test::cuda;
 using test::expect_error;
 using test::ref;
+using test::median_us;
 
 
 float get_value(const TensorView& t, std::int64_t i) {
@@ -494,26 +495,6 @@ TEST(Fp8BlocksCuda, EmptyTensorsAndAutoSelection) {
 
 // ---- timing (run with --gtest_also_run_disabled_tests) ---------------------------------------------
 #if CPPMEGA_WITH_CUDA
-double median_us(const std::function<void(int)>& fn, int iters) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < 5; ++i) fn(i);
-  std::vector<float> ms;
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(a, nullptr);
-    fn(i);
-    cudaEventRecord(b, nullptr);
-    cudaEventSynchronize(b);
-    float t = 0;
-    cudaEventElapsedTime(&t, a, b);
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1000.0;
-}
 #endif
 
 TEST(Fp8BlocksCuda, DISABLED_BenchCases) {

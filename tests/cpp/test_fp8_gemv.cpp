@@ -34,6 +34,7 @@ using test::Rng;
 using test::cuda;
 using test::expect_error;
 using test::ref;
+using test::median_us;
 
 
 
@@ -533,27 +534,6 @@ TEST(Fp8GemvCuda, DeterministicAndZeroK) {
 }
 
 // ---- timing (run with --gtest_also_run_disabled_tests) ---------------------------------------------
-// CUDA-event median per call; the weight rotates over enough copies (>= 256 MB) that L2 holds none.
-double median_us(const std::function<void(int)>& fn, int iters) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < 8; ++i) fn(i);
-  std::vector<float> ms;
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(a, nullptr);
-    fn(i);
-    cudaEventRecord(b, nullptr);
-    cudaEventSynchronize(b);
-    float t = 0;
-    cudaEventElapsedTime(&t, a, b);
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1000.0;
-}
 
 // The bench cases on the GPU: parity of every backend, then the harness's paired timing with the
 // cuBLASLt peers (the shapes at M = 1, 16, 64, per-row; block scales at M = 1).

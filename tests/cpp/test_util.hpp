@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "cppmega/bench.hpp"
 #include "cppmega/dispatch.hpp"
 #include "cppmega/error.hpp"
 #include "cppmega/runtime.hpp"
@@ -53,6 +54,15 @@ inline void expect_error(ErrorKind kind, const std::string& needle, const std::f
     EXPECT_EQ(e.kind(), kind) << e.what();
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
   }
+}
+
+// Median time in us of fn(i) on CUDA device 0 (i counts the calls, for rotating inputs), through
+// the bench harness: CUDA events, warm-up, every CUDA call checked. For DISABLED_ timing tests.
+inline double median_us(const std::function<void(int)>& fn, int iters, int warmup = 8) {
+  int call = 0;
+  const auto stats =
+      bench::time_paired({{"timed", [&] { fn(call++); }}}, Device::cuda(0), nullptr, warmup, iters);
+  return stats.front().median_us;
 }
 
 inline void poison(const TensorView& t, std::uint8_t byte = 0xFF) {

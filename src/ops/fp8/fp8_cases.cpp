@@ -18,6 +18,7 @@ namespace {
 using bench::Case;
 using bench::CaseParams;
 using bench::CaseSuite;
+using bench::views;
 
 constexpr Fp8Format kFormat = Fp8Format::e4m3;
 // Dequantisation scale of the dequantize case: not a power of two, so the bf16 rounding of
@@ -37,12 +38,6 @@ std::string json_number(float v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
   return buf;
-}
-
-std::vector<TensorView> views(const std::vector<Tensor>& ts) {
-  std::vector<TensorView> v;
-  for (auto& t : ts) v.push_back(t.view());
-  return v;
 }
 
 // One fp8 op on one input tensor with one or more outputs; `invoke` calls the public API.

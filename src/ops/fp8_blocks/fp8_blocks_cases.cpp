@@ -23,6 +23,7 @@ namespace {
 
 using bench::Case;
 using bench::CaseParams;
+using bench::views;
 using bench::CaseSuite;
 
 constexpr std::int64_t kCols = 8192;
@@ -36,12 +37,6 @@ Tensor with_shape(const Tensor& flat, const std::vector<std::int64_t>& shape) {
   Tensor t = Tensor::empty(flat.view().dtype, shape.data(), static_cast<int>(shape.size()));
   std::memcpy(t.data(), flat.data(), static_cast<std::size_t>(flat.numel()) * flat.view().itemsize());
   return t;
-}
-
-std::vector<TensorView> views(const std::vector<Tensor>& ts) {
-  std::vector<TensorView> v;
-  for (auto& t : ts) v.push_back(t.view());
-  return v;
 }
 
 // One op on host inputs with one or more outputs; `invoke` calls the public API.
