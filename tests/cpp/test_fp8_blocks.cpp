@@ -13,6 +13,7 @@
 #include "cppmega/ops/fp8_blocks.hpp"
 #include "bench/cases.hpp"
 #include "ops/fp8_blocks/fp8_blocks_args.hpp"
+#include "core/host_values.hpp"
 #include "test_util.hpp"
 
 namespace cppmega::bench {
@@ -33,23 +34,7 @@ using test::ref;
 using test::median_us;
 
 
-float get_value(const TensorView& t, std::int64_t i) {
-  switch (t.dtype) {
-    case DType::f32: return t.ptr<float>()[i];
-    case DType::bf16: return num::bf16_to_f32(t.ptr<std::uint16_t>()[i]);
-    case DType::f16: return num::f16_to_f32(t.ptr<std::uint16_t>()[i]);
-    default: return NAN;
-  }
-}
 
-void set_value(const TensorView& t, std::int64_t i, float v) {
-  switch (t.dtype) {
-    case DType::f32: t.ptr<float>()[i] = v; break;
-    case DType::bf16: t.ptr<std::uint16_t>()[i] = num::f32_to_bf16(v); break;
-    case DType::f16: t.ptr<std::uint16_t>()[i] = num::f32_to_f16(v); break;
-    default: break;
-  }
-}
 
 // Random values whose magnitude changes from row to row and block to block (so block scales
 // differ), a few all-zero blocks-worth of zeros, never all zero. f16 stays in range.
@@ -63,9 +48,9 @@ Tensor random_x(Rng& rng, DType dt, const std::vector<std::int64_t>& shape) {
     float v = rng.normal(row_mag[(r + c / 64) % 5]);
     if (i % 11 == 3) v = rng.normal(1e-5f);
     if ((r % 7 == 2) && (c / 128) % 3 == 1) v = 0.0f;  // whole zero blocks in some rows
-    set_value(t.view(), i, v);
+    host::store_f32(t.view(), i, v);
   }
-  set_value(t.view(), n / 2, 1.0f);  // never all zero
+  host::store_f32(t.view(), n / 2, 1.0f);  // never all zero
   return t;
 }
 
@@ -106,7 +91,7 @@ TEST(Fp8BlocksReference, RowBlocksFollowTheContract) {
       for (std::int64_t r = 0; r < R; ++r)
         for (std::int64_t cb = 0; cb < 3; ++cb) {
           float amax = 0;
-          for (std::int64_t c = cb * 128; c < std::min(K, cb * 128 + 128); ++c) amax = std::max(amax, std::fabs(get_value(x, r * K + c)));
+          for (std::int64_t c = cb * 128; c < std::min(K, cb * 128 + 128); ++c) amax = std::max(amax, std::fabs(host::load_f32(x, r * K + c)));
           const float want = num::scale_from_amax(amax, Fp8Format::e4m3, pow2);
           ASSERT_EQ(s.ptr<float>()[r * 3 + cb], want) << r << "," << cb;
           if (amax == 0) {
@@ -116,7 +101,7 @@ TEST(Fp8BlocksReference, RowBlocksFollowTheContract) {
           if (!pow2 && amax > 0) EXPECT_EQ(want, amax / 448.0f);
           const float inv = 1.0f / want;
           for (std::int64_t c = cb * 128; c < std::min(K, cb * 128 + 128); ++c)
-            ASSERT_EQ(q.ptr<std::uint8_t>()[r * K + c], num::f32_to_fp8(get_value(x, r * K + c) * inv, Fp8Format::e4m3));
+            ASSERT_EQ(q.ptr<std::uint8_t>()[r * K + c], num::f32_to_fp8(host::load_f32(x, r * K + c) * inv, Fp8Format::e4m3));
         }
       EXPECT_TRUE(saw_zero_block);
       // Dequantize: decode * scale, then a round trip within e4m3's precision.
@@ -124,7 +109,7 @@ TEST(Fp8BlocksReference, RowBlocksFollowTheContract) {
       for (std::int64_t i = 0; i < R * K; ++i) {
         const float sc = s.ptr<float>()[(i / K) * 3 + (i % K) / 128];
         ASSERT_EQ(y.ptr<float>()[i], num::fp8_to_f32(q.ptr<std::uint8_t>()[i], Fp8Format::e4m3) * sc);
-        const float xv = get_value(x, i);
+        const float xv = host::load_f32(x, i);
         EXPECT_LE(std::fabs(y.ptr<float>()[i] - xv), std::fabs(xv) * 0.0625f + sc * 0.002f) << i;
       }
     }
@@ -181,21 +166,21 @@ TEST(Fp8BlocksReference, MxScaleRule) {
   for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
     const std::int64_t R = 5, K = 160;
     Tensor x = random_x(rng, dt, {R, K});
-    set_value(x.view(), 40, 1.96f * 64.0f);  // block 1 of row 0: amax in [64,128) -> X = -2, 125.4*4 = 501.8 saturates
-    for (std::int64_t c = 64; c < 96; ++c) set_value(x.view(), K + c, 0.0f);  // row 1, block 2: all zero
+    host::store_f32(x.view(), 40, 1.96f * 64.0f);  // block 1 of row 0: amax in [64,128) -> X = -2, 125.4*4 = 501.8 saturates
+    for (std::int64_t c = 64; c < 96; ++c) host::store_f32(x.view(), K + c, 0.0f);  // row 1, block 2: all zero
     auto [q, s] = mxfp8_quantize(x, {}, ref());
     ASSERT_EQ(s.view().dtype, DType::e8m0);
     ASSERT_EQ(s.view().shape[1], K / 32);
     for (std::int64_t r = 0; r < R; ++r)
       for (std::int64_t cb = 0; cb < K / 32; ++cb) {
         float amax = 0;
-        for (std::int64_t c = cb * 32; c < cb * 32 + 32; ++c) amax = std::max(amax, std::fabs(get_value(x, r * K + c)));
+        for (std::int64_t c = cb * 32; c < cb * 32 + 32; ++c) amax = std::max(amax, std::fabs(host::load_f32(x, r * K + c)));
         const int X = amax == 0 ? -127 : std::max(-127, std::ilogb(amax) - 8);
         const std::uint8_t byte = s.ptr<std::uint8_t>()[r * (K / 32) + cb];
         ASSERT_EQ(byte, X + 127) << r << "," << cb << " amax " << amax;
         for (std::int64_t c = cb * 32; c < cb * 32 + 32; ++c)
           ASSERT_EQ(q.ptr<std::uint8_t>()[r * K + c],
-                    num::f32_to_fp8(get_value(x, r * K + c) * std::ldexp(1.0f, -X), Fp8Format::e4m3));
+                    num::f32_to_fp8(host::load_f32(x, r * K + c) * std::ldexp(1.0f, -X), Fp8Format::e4m3));
       }
     EXPECT_EQ(s.ptr<std::uint8_t>()[1 * (K / 32) + 2], 0);     // the all-zero block
     EXPECT_EQ(q.ptr<std::uint8_t>()[40] & 0x7F, 0x7E);         // saturated to 448
@@ -216,7 +201,7 @@ void check_non_finite(const CallOptions& opts, Device dev) {
       const std::vector<std::int64_t> shape = {300, 256};
       Tensor xh = random_x(rng, DType::bf16, shape);
       const std::int64_t bad_i = 130 * 256 + 200;  // row 130, column block 1
-      set_value(xh.view(), bad_i, bad);
+      host::store_f32(xh.view(), bad_i, bad);
       Tensor x = xh.to(dev);
       SCOPED_TRACE("variant " + std::to_string(variant) + " bad " + std::to_string(bad));
       if (variant < 2) {
@@ -454,7 +439,7 @@ TEST(Fp8BlocksCuda, RandomBitPatterns) {
     for (std::int64_t i = 0; i < nb; ++i) bytes[i] = static_cast<std::uint8_t>(rng.bits());
     // Scale each row's exponent range down in half of the rows so finite blocks exist too.
     for (std::int64_t i = 0; i < xh.numel(); ++i)
-      if ((i / 512) % 2 == 0) set_value(xh.view(), i, std::ldexp(rng.normal(1.0f), static_cast<int>(rng.uniform(-140, 120)) / (dt == DType::f32 ? 1 : 10)));
+      if ((i / 512) % 2 == 0) host::store_f32(xh.view(), i, std::ldexp(rng.normal(1.0f), static_cast<int>(rng.uniform(-140, 120)) / (dt == DType::f32 ? 1 : 10)));
     Tensor xd = xh.to(Device::cuda(0));
     for (Fp8BlockShape blk : {Fp8BlockShape::b1x128, Fp8BlockShape::b128x128}) {
       auto [qh, sh] = fp8_quantize_blocks(xh, {blk, Fp8Format::e4m3, false, false}, ref());

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "cppmega/ops/fp8.hpp"
+#include "core/host_values.hpp"
 #include "test_util.hpp"
 
 namespace cppmega {
@@ -34,23 +35,7 @@ Tensor random_floats(Rng& rng, DType dtype, std::initializer_list<std::int64_t> 
   return t;
 }
 
-void set_value(const Tensor& t, std::int64_t i, float v) {
-  switch (t.view().dtype) {
-    case DType::f32: t.ptr<float>()[i] = v; break;
-    case DType::bf16: t.ptr<std::uint16_t>()[i] = num::f32_to_bf16(v); break;
-    case DType::f16: t.ptr<std::uint16_t>()[i] = num::f32_to_f16(v); break;
-    default: break;
-  }
-}
 
-float get_value(const TensorView& t, std::int64_t i) {
-  switch (t.dtype) {
-    case DType::f32: return t.ptr<float>()[i];
-    case DType::bf16: return num::bf16_to_f32(t.ptr<std::uint16_t>()[i]);
-    case DType::f16: return num::f16_to_f32(t.ptr<std::uint16_t>()[i]);
-    default: return NAN;
-  }
-}
 
 float scalar(const Tensor& t) { return *t.to(Device::cpu()).ptr<float>(); }
 
@@ -64,11 +49,11 @@ TEST(Fp8Reference, AmaxIsMaxAbsAndPropagatesNaNAndInf) {
   for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
     Tensor x = random_floats(rng, dt, {3, 1001});
     float want = 0;
-    for (std::int64_t i = 0; i < x.numel(); ++i) want = std::max(want, std::fabs(get_value(x, i)));
+    for (std::int64_t i = 0; i < x.numel(); ++i) want = std::max(want, std::fabs(host::load_f32(x, i)));
     EXPECT_EQ(scalar(fp8_amax(x, ref())), want);
-    set_value(x, 1234, -INFINITY);
+    host::store_f32(x, 1234, -INFINITY);
     EXPECT_EQ(scalar(fp8_amax(x, ref())), INFINITY);
-    set_value(x, 77, NAN);
+    host::store_f32(x, 77, NAN);
     EXPECT_TRUE(std::isnan(scalar(fp8_amax(x, ref()))));
   }
   Tensor empty = Tensor::empty(DType::bf16, {0, 5});
@@ -84,7 +69,7 @@ TEST(Fp8Reference, QuantizeAndDequantizeFollowTheFormula) {
     Tensor q = fp8_quantize(x, scale, f, ref());
     const float inv = 1.0f / scale;
     for (std::int64_t i = 0; i < x.numel(); ++i)
-      ASSERT_EQ(q.ptr<std::uint8_t>()[i], num::f32_to_fp8(get_value(x, i) * inv, f)) << i;
+      ASSERT_EQ(q.ptr<std::uint8_t>()[i], num::f32_to_fp8(host::load_f32(x, i) * inv, f)) << i;
     for (DType od : {DType::f32, DType::bf16, DType::f16}) {
       Tensor y = fp8_dequantize(q, scale, od, ref());
       for (std::int64_t i = 0; i < x.numel(); ++i) {
@@ -92,7 +77,7 @@ TEST(Fp8Reference, QuantizeAndDequantizeFollowTheFormula) {
         const float rounded = od == DType::f32    ? want
                               : od == DType::bf16 ? num::bf16_to_f32(num::f32_to_bf16(want))
                                                   : num::f16_to_f32(num::f32_to_f16(want));
-        ASSERT_EQ(get_value(y, i), rounded) << i;
+        ASSERT_EQ(host::load_f32(y, i), rounded) << i;
       }
     }
   }
@@ -125,7 +110,7 @@ void check_pack_non_finite(const CallOptions& opts, Device dev) {
   for (std::int64_t n : {4096LL, 1LL << 20}) {
     for (float bad : {NAN, INFINITY, -INFINITY}) {
       Tensor xh = random_floats(rng, DType::bf16, {n});
-      set_value(xh, n / 3, bad);
+      host::store_f32(xh, n / 3, bad);
       Tensor x = xh.to(dev);
       Tensor q = Tensor::empty(DType::e4m3, {n}, dev);
       Tensor s = Tensor::empty(DType::f32, {}, dev);

@@ -152,6 +152,17 @@ void check_block_input(const char* op, const char* arg, const TensorView& t, Fp8
     check_min_rank(op, arg, t, 1, "[..., K]");
 }
 
+// The q/out rules both dequantizers share (the scales rules differ).
+void check_dequantize_io(const char* op, const TensorView& q, const TensorView& out) {
+  contiguous(op, "q", q);
+  check::not_null(op, "q", q);
+  check::dtype_in(op, "out", out, kFloat);
+  check::same_shape(op, "out", out, "q", q);
+  check::same_device(op, "out", out, "q", q);
+  contiguous(op, "out", out);
+  check::not_null(op, "out", out);
+}
+
 }  // namespace
 
 std::vector<OpListing> listings() {
@@ -222,13 +233,7 @@ void fp8_dequantize_blocks_out(const TensorView& q, const TensorView& scales, co
   const char* op = "fp8_dequantize_blocks";
   check::dtype_in(op, "q", q, {DType::e4m3, DType::e5m2});
   check_block_input(op, "q", q, block);
-  contiguous(op, "q", q);
-  check::not_null(op, "q", q);
-  check::dtype_in(op, "out", out, kFloat);
-  check::same_shape(op, "out", out, "q", q);
-  check::same_device(op, "out", out, "q", q);
-  contiguous(op, "out", out);
-  check::not_null(op, "out", out);
+  check_dequantize_io(op, q, out);
   const char* rule = block == Fp8BlockShape::b1x128 ? "q.shape[:-1] + [ceil(K/128)] for 1x128 blocks"
                                                     : "q.shape[:-2] + [ceil(M/128), ceil(K/128)] for 128x128 blocks";
   check_scales(op, scales, DType::f32, fp8_block_scales_shape(q, block), q, rule);
@@ -291,13 +296,7 @@ void mxfp8_dequantize_out(const TensorView& q, const TensorView& scales, const T
   check::dtype_in(op, "q", q, {DType::e4m3});
   check_min_rank(op, "q", q, 1, "[..., K]");
   check_mx_k(op, "q", q);
-  contiguous(op, "q", q);
-  check::not_null(op, "q", q);
-  check::dtype_in(op, "out", out, kFloat);
-  check::same_shape(op, "out", out, "q", q);
-  check::same_device(op, "out", out, "q", q);
-  contiguous(op, "out", out);
-  check::not_null(op, "out", out);
+  check_dequantize_io(op, q, out);
   check_scales(op, scales, DType::e8m0, mxfp8_scales_shape(q), q, "q.shape[:-1] + [K/32]");
   DequantArgs a{q, scales, out, geometry(q, 1, kMxBlock), true, Fp8Format::e4m3};
   if (a.geo.numel() == 0) {
